@@ -455,6 +455,7 @@ class FireInsightsSimulator:
         self._requests: list[RecordedRequest] = []
         self._faults: list[Fault] = []
         self._server: _Server | None = None
+        self._port: int | None = None
         self._thread: threading.Thread | None = None
 
     # ---------------------------------------------------------------------------------- lifecycle
@@ -465,6 +466,7 @@ class FireInsightsSimulator:
             raise RuntimeError("the simulator is already running")
         self._stopping.clear()
         self._server = _Server((self.host, self._requested_port), self)
+        self._port = int(self._server.server_address[1])
         self._thread = threading.Thread(
             target=self._server.serve_forever, kwargs={"poll_interval": 0.05},
             name=f"fire-insights-simulator-{self.port}", daemon=True,
@@ -496,10 +498,10 @@ class FireInsightsSimulator:
 
     @property
     def port(self) -> int:
-        """The port actually listened on."""
-        if self._server is None:
-            raise RuntimeError("the simulator is not running")
-        return int(self._server.server_address[1])
+        """The port actually listened on (still known after :meth:`stop`, to test a server gone away)."""
+        if self._port is None:
+            raise RuntimeError("the simulator has not been started")
+        return self._port
 
     @property
     def url(self) -> str:
@@ -963,6 +965,7 @@ class _Handler(BaseHTTPRequestHandler):
 
     server: _Server
     protocol_version = "HTTP/1.1"  # keep-alive, like a real server behind a connection pool
+    disable_nagle_algorithm = True  # headers and body go out in two writes: no 40 ms delayed-ACK stall
     timeout = 60  # idle keep-alive connections do not pin a thread forever
 
     def setup(self) -> None:
