@@ -19,13 +19,8 @@ from typing import Any
 import pytest
 import requests
 
-# Imported rather than listed in pytest_plugins so the module keeps working once the pytest11 entry point
-# registers the same plugin (a second registration would be refused).
-from airflow_provider_sparkflows.testing.pytest_plugin import (  # noqa: F401
-    SimulatorFactory,
-    fire_insights_simulator,
-    fire_insights_simulator_factory,
-)
+# The fixtures come from the pytest11 entry point (airflow_provider_sparkflows.testing.pytest_plugin).
+from airflow_provider_sparkflows.testing.pytest_plugin import SimulatorFactory
 from airflow_provider_sparkflows.testing.simulator import (
     STATUS_CODES,
     FireInsightsSimulator,
@@ -92,7 +87,7 @@ class FakeClock:
 
 
 @pytest.fixture
-def client(fire_insights_simulator: FireInsightsSimulator) -> Client:  # noqa: F811
+def client(fire_insights_simulator: FireInsightsSimulator) -> Client:
     return Client(fire_insights_simulator)
 
 
@@ -112,7 +107,7 @@ def admin(sim: FireInsightsSimulator, method: str, action: str, body: Any = None
     ],
 )
 def test_token_forms(
-    fire_insights_simulator_factory: SimulatorFactory, auth_header: str, presented: str, expected: int  # noqa: F811
+    fire_insights_simulator_factory: SimulatorFactory, auth_header: str, presented: str, expected: int
 ) -> None:
     sim = fire_insights_simulator_factory(auth_header=auth_header)
     response = Client(sim, auth=presented).execute(7)
@@ -122,7 +117,7 @@ def test_token_forms(
         assert response.json() == {"error": "invalid_token", "error_description": "Invalid access token"}
 
 
-def test_wrong_and_expired_tokens_are_rejected(fire_insights_simulator_factory: SimulatorFactory) -> None:  # noqa: F811
+def test_wrong_and_expired_tokens_are_rejected(fire_insights_simulator_factory: SimulatorFactory) -> None:
     sim = fire_insights_simulator_factory()
     assert Client(sim, token=sim.token + "x").execute(7).status_code == 401
     assert Client(sim, auth="bearer", token="").execute(7).status_code == 401
@@ -148,8 +143,8 @@ def test_make_jwt_is_hs512_with_millisecond_expiry() -> None:
 
 
 def test_fixture_gives_a_running_simulator_with_a_unique_token(
-    fire_insights_simulator: FireInsightsSimulator,  # noqa: F811
-    fire_insights_simulator_factory: SimulatorFactory,  # noqa: F811
+    fire_insights_simulator: FireInsightsSimulator,
+    fire_insights_simulator_factory: SimulatorFactory,
 ) -> None:
     other = fire_insights_simulator_factory()
     assert fire_insights_simulator.running and other.running
@@ -189,7 +184,7 @@ def test_lifecycle_follows_the_clock() -> None:
 
 def test_lifecycle_in_real_time(client: Client) -> None:
     sim = client.sim
-    sim.add_workflow(7, duration=0.3, starting_seconds=0.2)
+    sim.add_workflow(7, duration=0.5, starting_seconds=0.3)
     execution_id = client.run(7)
     seen: list[str] = []
 
@@ -237,17 +232,29 @@ def test_wait_for_status_times_out_naming_the_status(client: Client) -> None:
 # -------------------------------------------------------------------------------------- stop and kill
 
 
-def test_stop_goes_stopping_then_stopped(client: Client) -> None:
-    client.sim.add_workflow(7, duration=None, starting_seconds=0, stopping_seconds=0.2)
+def test_stop_goes_stopping_then_stopped() -> None:
+    clock = FakeClock()
+    with FireInsightsSimulator("t", clock=clock) as sim:
+        client = Client(sim)
+        sim.add_workflow(7, duration=None, starting_seconds=0, stopping_seconds=5)
+        execution_id = client.run(7)
+        response = client.post(f"/api/v1/workflow-execution/{execution_id}/stop")
+        assert response.status_code == 200
+        assert response.json()["status"] == "ok" and response.json()["message"]
+        assert client.status(execution_id) == "STOPPING"
+        assert client.execution(execution_id)["status"] == STATUS_CODES["STOPPING"]
+        clock.advance(5)
+        assert client.status(execution_id) == "STOPPED"
+        assert client.execution(execution_id)["status"] == 1
+        assert sim.executions[execution_id].stop_requested
+        assert "Stop requested" in client.get(f"/api/v1/workflow-executions/{execution_id}/logs/view").text
+
+
+def test_stop_in_real_time(client: Client) -> None:
+    client.sim.add_workflow(7, duration=None, starting_seconds=0, stopping_seconds=0.1)
     execution_id = client.run(7)
-    response = client.post(f"/api/v1/workflow-execution/{execution_id}/stop")
-    assert response.status_code == 200
-    assert response.json()["status"] == "ok" and response.json()["message"]
-    assert client.status(execution_id) == "STOPPING"
-    client.sim.wait_for_status(execution_id, "STOPPED", timeout=5)
-    assert client.execution(execution_id)["status"] == 1
-    assert client.sim.executions[execution_id].stop_requested
-    assert "Stop requested" in client.get(f"/api/v1/workflow-executions/{execution_id}/logs/view").text
+    assert client.post(f"/api/v1/workflow-execution/{execution_id}/stop").ok
+    assert client.sim.wait_for_status(execution_id, "STOPPED", timeout=5) == "STOPPED"
 
 
 def test_kill_ends_killed_and_finished_executions_stay_put(client: Client) -> None:
@@ -264,7 +271,7 @@ def test_kill_ends_killed_and_finished_executions_stay_put(client: Client) -> No
     assert not client.sim.executions[done].stop_requested
 
 
-def test_stop_and_kill_methods(fire_insights_simulator_factory: SimulatorFactory) -> None:  # noqa: F811
+def test_stop_and_kill_methods(fire_insights_simulator_factory: SimulatorFactory) -> None:
     current = Client(fire_insights_simulator_factory())
     legacy = Client(fire_insights_simulator_factory(legacy_get_stop_kill=True))
     for client in (current, legacy):
@@ -287,7 +294,7 @@ def test_stop_and_kill_methods(fire_insights_simulator_factory: SimulatorFactory
      ("json_object", '{{"id": {id}}}', "application/json")],
 )
 def test_execute_answer_forms(
-    fire_insights_simulator_factory: SimulatorFactory,  # noqa: F811
+    fire_insights_simulator_factory: SimulatorFactory,
     execute_answer: str, body: str, content_type: str,
 ) -> None:
     sim = fire_insights_simulator_factory(execute_answer=execute_answer, first_execution_id=162)
@@ -298,7 +305,7 @@ def test_execute_answer_forms(
     assert list(sim.executions) == [162]
 
 
-def test_status_as_json_string(fire_insights_simulator_factory: SimulatorFactory) -> None:  # noqa: F811
+def test_status_as_json_string(fire_insights_simulator_factory: SimulatorFactory) -> None:
     client = Client(fire_insights_simulator_factory(status_answer="json_string"))
     execution_id = client.run(7)
     response = client.get(f"/api/v1/workflow-executions/{execution_id}/status")
@@ -320,7 +327,7 @@ def test_listing_and_last(client: Client) -> None:
 
 
 def test_unknown_things_answer_404_and_bad_bodies_400(
-    fire_insights_simulator_factory: SimulatorFactory,  # noqa: F811
+    fire_insights_simulator_factory: SimulatorFactory,
 ) -> None:
     sim = fire_insights_simulator_factory(auto_create_workflows=False)
     client = Client(sim)
@@ -340,7 +347,7 @@ def test_unknown_things_answer_404_and_bad_bodies_400(
 
 
 def test_program_parameters_and_pass_through_fields(
-    fire_insights_simulator_factory: SimulatorFactory,  # noqa: F811
+    fire_insights_simulator_factory: SimulatorFactory,
 ) -> None:
     sim = fire_insights_simulator_factory(expose_program_parameters=True)
     client = Client(sim)
@@ -354,7 +361,7 @@ def test_program_parameters_and_pass_through_fields(
     assert record.workflow_id == 7 and record.body["sparkConfig"] == "spark.executor.memory=2g"
 
 
-def test_base_path(fire_insights_simulator_factory: SimulatorFactory) -> None:  # noqa: F811
+def test_base_path(fire_insights_simulator_factory: SimulatorFactory) -> None:
     sim = fire_insights_simulator_factory(base_path="/fire/")
     assert sim.url == f"http://127.0.0.1:{sim.port}/fire"
     execution_id = Client(sim).run(7)
@@ -448,7 +455,7 @@ def test_persistent_wildcard_faults_and_clearing(client: Client) -> None:
     assert client.execute(7).status_code == 200
 
 
-def test_fault_validation(fire_insights_simulator: FireInsightsSimulator) -> None:  # noqa: F811
+def test_fault_validation(fire_insights_simulator: FireInsightsSimulator) -> None:
     sim = fire_insights_simulator
     with pytest.raises(ValueError, match="endpoint"):
         sim.inject_fault("nope", "5xx")
@@ -511,7 +518,7 @@ def test_concurrent_executes_get_unique_ids(client: Client) -> None:
     assert client.sim.execution_count(7) == 80 and client.sim.request_count("execute") == 80
 
 
-def test_stop_closes_the_port(fire_insights_simulator_factory: SimulatorFactory) -> None:  # noqa: F811
+def test_stop_closes_the_port(fire_insights_simulator_factory: SimulatorFactory) -> None:
     sim = fire_insights_simulator_factory()
     client = Client(sim)
     client.run(7)  # leaves a keep-alive connection open

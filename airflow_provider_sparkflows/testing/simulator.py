@@ -662,7 +662,7 @@ class FireInsightsSimulator:
 
     # ------------------------------------------------------------------------------ HTTP handling
 
-    def handle(self, method: str, raw_path: str, headers: dict[str, str], body: bytes) -> _Response:
+    def _handle_request(self, method: str, raw_path: str, headers: dict[str, str], body: bytes) -> _Response:
         """Answer one HTTP request (called by the server's handler threads)."""
         path = urlsplit(raw_path).path
         if path.startswith("/_sim/") or path.startswith(f"{self.base_path}/_sim/"):
@@ -994,7 +994,7 @@ class _Handler(BaseHTTPRequestHandler):
         length = int(self.headers.get("Content-Length") or 0)
         body = self.rfile.read(length) if length > 0 else b""
         simulator = self.server.simulator
-        response = simulator.handle(method, self.path, dict(self.headers.items()), body)
+        response = simulator._handle_request(method, self.path, dict(self.headers.items()), body)
         if response.delay and simulator._stopping.wait(response.delay):
             response.drop = True
         if response.drop:
