@@ -22,7 +22,9 @@ from typing import Any, Literal, TypedDict
 from urllib.parse import unquote_plus
 
 __all__ = [
+    "MAX_RECEIVE_CALLS",
     "BatchCallRun",
+    "receive_kwargs",
     "EntryFailure",
     "MessageRef",
     "call_entries",
@@ -256,16 +258,22 @@ class BatchFilter:
     batch_prefix: str | None = None
     success_file_name: str = DEFAULT_SUCCESS_FILE_NAME
 
+    def accepts(self, batch: Mapping[str, Any]) -> bool:
+        """Whether a batch (as built by :func:`batch_from_event`) passes this filter."""
+        if batch["key"].rpartition("/")[2] != self.success_file_name:
+            return False
+        if self.bucket and batch["bucket"] != self.bucket:
+            return False
+        if self.prefix and not batch["key"].startswith(self.prefix.lstrip("/")):
+            return False
+        if self.batch_prefix is not None and batch["prefix"] != normalize_folder(self.batch_prefix):
+            return False
+        return True
+
     def batch_for(self, event: ObjectEvent, message_id: str | None) -> Batch | None:
         """The batch ``event`` completes if it passes this filter, else ``None``."""
         batch = batch_from_event(event, message_id, self.success_file_name)
-        if batch is None:
-            return None
-        if self.bucket and batch["bucket"] != self.bucket:
-            return None
-        if self.prefix and not batch["key"].startswith(self.prefix.lstrip("/")):
-            return None
-        if self.batch_prefix is not None and batch["prefix"] != normalize_folder(self.batch_prefix):
+        if batch is None or not self.accepts(batch):
             return None
         return batch
 
@@ -277,6 +285,29 @@ class BatchFilter:
             if batch is not None:
                 batches.append(batch)
         return batches
+
+
+MAX_RECEIVE_CALLS = 50
+"""``ReceiveMessage`` calls per receive round at most (500 messages): a poke is bounded in time."""
+
+
+def receive_kwargs(
+    queue_url: str, call_index: int, wait_time_seconds: int, visibility_timeout: int
+) -> dict[str, Any]:
+    """
+    Arguments of the ``call_index``-th ``ReceiveMessage`` call of a receive round.
+
+    Only the first call long-polls: the following ones scan further into the queue and stop the round
+    at the first empty answer instead of waiting again. Every message stays hidden for
+    ``visibility_timeout`` seconds, which must cover the round plus the hand-on.
+    """
+    return {
+        "QueueUrl": queue_url,
+        "MaxNumberOfMessages": 10,
+        "WaitTimeSeconds": wait_time_seconds if call_index == 0 else 0,
+        "VisibilityTimeout": visibility_timeout,
+        "MessageSystemAttributeNames": ["ApproximateReceiveCount"],
+    }
 
 
 class MessageRef(TypedDict):
