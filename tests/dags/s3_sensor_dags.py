@@ -33,6 +33,7 @@ MODES: dict[str, dict[str, Any]] = {
     "poke": {"mode": "poke"},
     "reschedule": {"mode": "reschedule", "poke_interval": 1},
     "deferrable": {"deferrable": True},
+    "deferrable_soft_fail": {"deferrable": True, "timeout": 2, "soft_fail": True},
 }
 
 for name, kwargs in MODES.items():
