@@ -403,17 +403,21 @@ def find_new_executions(
     executions: Iterable[Mapping[str, Any]],
     known_ids: Iterable[int],
     not_before_ms: int | None = None,
+    program_parameters: str | None = None,
 ) -> list[Mapping[str, Any]]:
     """
     Executions that are not in a snapshot taken before an execute request.
 
     Used after an execute request whose outcome is unknown: the executions missing from the snapshot
     whose ``startTime`` (epoch ms) is not before ``not_before_ms`` may have been started by it. An
-    execution without ``startTime`` is kept, as the field is not guaranteed.
+    execution without ``startTime`` is kept, as the field is not guaranteed. The contract's execution
+    object has no ``programParameters``; where a server shows it anyway, an execution with other
+    parameters is left out.
 
     :param executions: the workflow's executions listed after the request.
     :param known_ids: execution ids listed before the request.
     :param not_before_ms: earliest start time to consider, epoch milliseconds.
+    :param program_parameters: the request's ``programParameters``, compared when the server shows them.
     """
     known = set(known_ids)
     found = []
@@ -425,6 +429,9 @@ def find_new_executions(
         if not_before_ms is not None and isinstance(start, (int, float)) and not isinstance(start, bool):
             if start < not_before_ms:
                 continue
+        shown = execution.get("programParameters")
+        if program_parameters is not None and isinstance(shown, str) and shown != program_parameters:
+            continue
         found.append(execution)
     return found
 

@@ -372,3 +372,13 @@ def test_retry_policy_is_frozen() -> None:
     policy = RetryPolicy()
     with pytest.raises(AttributeError):
         policy.max_attempts = 9  # type: ignore[misc]
+
+
+def test_find_new_executions_compares_parameters_when_shown() -> None:
+    executions = [
+        {"id": 5, "startTime": 2_000, "programParameters": "--var a=1"},
+        {"id": 6, "startTime": 2_000, "programParameters": "--var a=2"},
+        {"id": 7, "startTime": 2_000},
+    ]
+    found = api.find_new_executions(executions, [], 1_000, program_parameters="--var a=1")
+    assert [e["id"] for e in found] == [5, 7]
