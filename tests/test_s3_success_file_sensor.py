@@ -103,12 +103,12 @@ def test_hundreds_of_unrelated_messages_and_one_marker(moto: Any) -> None:
 
     sqs = moto.client("sqs")
     url, _ = make_queue(sqs, "busy")
-    unrelated = [s3_event_body("landing", f"raw/x/{i}/part-{i}") for i in range(150)]
-    unrelated += [s3_event_body("other-bucket", f"raw/y/{i}/_SUCCESS") for i in range(100)]
-    unrelated += [s3_event_body("landing", f"web/{i}/_SUCCESS") for i in range(50)]
-    ids = send_all(sqs, url, [*unrelated[:200], s3_event_body("landing", "raw/iot/2024-05-01/_SUCCESS"),
-                              *unrelated[200:]])
-    marker_id = ids[200]
+    unrelated = [s3_event_body("landing", f"raw/x/{i}/part-{i}") for i in range(100)]
+    unrelated += [s3_event_body("other-bucket", f"raw/y/{i}/_SUCCESS") for i in range(60)]
+    unrelated += [s3_event_body("landing", f"web/{i}/_SUCCESS") for i in range(40)]
+    ids = send_all(sqs, url, [*unrelated[:150], s3_event_body("landing", "raw/iot/2024-05-01/_SUCCESS"),
+                              *unrelated[150:]])
+    marker_id = ids[150]
     sensor = S3SuccessFileSensor(task_id="t", sqs_queue_url=url, bucket="landing", prefix="raw/iot/",
                                  wait_time_seconds=0, visibility_timeout=30)
 
@@ -117,8 +117,8 @@ def test_hundreds_of_unrelated_messages_and_one_marker(moto: Any) -> None:
     assert result
     assert [b["uri"] for b in result.xcom_value] == ["s3://landing/raw/iot/2024-05-01/"]  # type: ignore[union-attr]
     assert [m["Id"] for m in sensor._matched] == [marker_id]
-    # Only the marker is hidden (awaiting hand-on); all 300 others are visible again and untouched.
-    assert counts(sqs, url) == (300, 1)
+    # Only the marker is hidden (awaiting hand-on); all 200 others are visible again and untouched.
+    assert counts(sqs, url) == (200, 1)
     left = drain(sqs, url)
     assert sorted(m["MessageId"] for m in left) == sorted(i for i in ids if i != marker_id)
 
