@@ -20,7 +20,9 @@ defaults to :data:`DEFAULTS`:
 - ``sensor_timeout``: seconds a run waits for its marker before failing;
 - ``poke_interval``, ``wait_time_seconds``: pause between empty receive rounds, and SQS long polling;
 - ``deferrable``: wait in the triggerer, not in a worker slot (default true);
-- ``retries``: task retries (a retry of the workflow task reattaches to its execution, never runs twice).
+- ``retries``, ``retry_delay``: task retries and seconds between them. A retry of the workflow task
+  reattaches to its execution instead of starting another. Keep at least one retry: Airflow 3.3 can fail
+  a deferred task whose trigger fires within seconds of deferring (apache/airflow#67287).
 
 The Variable is read when the file is parsed; a change applies at the next parse. The run's folder and
 workflow can be overridden per run through the params ``prefix`` and ``workflow_id``.
@@ -55,6 +57,7 @@ DEFAULTS: dict[str, Any] = {
     "wait_time_seconds": 20,
     "deferrable": True,
     "retries": 2,
+    "retry_delay": 30,
 }
 
 
@@ -84,7 +87,10 @@ with DAG(
         "prefix": Param(settings["prefix"], type="string", description="Folder holding the daily folders"),
         "workflow_id": Param(settings["workflow_id"], type="integer", description="Fire Insights workflow"),
     },
-    default_args={"retries": settings["retries"], "retry_delay": datetime.timedelta(seconds=30)},
+    default_args={
+        "retries": settings["retries"],
+        "retry_delay": datetime.timedelta(seconds=settings["retry_delay"]),
+    },
     tags=["sparkflows", "file-watcher"],
     doc_md=__doc__,
 ) as dag:

@@ -24,7 +24,9 @@ and defaults to :data:`DEFAULTS`:
 - ``wait_time_seconds``, ``visibility_timeout``: SQS long polling, and how long a received message
   stays hidden until its events are stored;
 - ``deferrable``: the workflow task waits in the triggerer, not in a worker slot (default true);
-- ``retries``: task retries (a retry of the workflow task reattaches to its execution, never runs twice).
+- ``retries``, ``retry_delay``: task retries and seconds between them. A retry of the workflow task
+  reattaches to its execution instead of starting another. Keep at least one retry: Airflow 3.3 can fail
+  a deferred task whose trigger fires within seconds of deferring (apache/airflow#67287).
 
 The Variable is read when the file is parsed; a change applies at the next parse.
 """
@@ -56,6 +58,7 @@ DEFAULTS: dict[str, Any] = {
     "visibility_timeout": 120,
     "deferrable": True,
     "retries": 2,
+    "retry_delay": 30,
 }
 
 
@@ -122,7 +125,10 @@ with DAG(
     params={
         "workflow_id": Param(settings["workflow_id"], type="integer", description="Fire Insights workflow"),
     },
-    default_args={"retries": settings["retries"], "retry_delay": datetime.timedelta(seconds=30)},
+    default_args={
+        "retries": settings["retries"],
+        "retry_delay": datetime.timedelta(seconds=settings["retry_delay"]),
+    },
     tags=["sparkflows", "file-watcher"],
     doc_md=__doc__,
 ) as dag:
