@@ -24,7 +24,7 @@ test: lint
 	$(PY) -m pytest -q -p no:cacheprovider $(PYTEST_ARGS)
 
 demo: venv
-	$(PY) -m airflow_provider_sparkflows.testing.demo $(ARGS)
+	$(PY) -m demo.run $(ARGS)
 
 clean:
 	rm -rf $(VENV) .airflow .demo
