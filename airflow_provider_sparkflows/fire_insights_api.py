@@ -265,6 +265,11 @@ def is_terminal(status: int | str) -> bool:
     return status_name(status) in TERMINAL_STATUSES
 
 
+def is_known_status(status: int | str) -> bool:
+    """Whether the status is in the contract's table; callers log an unknown one once and keep waiting."""
+    return status_name(status) in ACTIVE_STATUSES | TERMINAL_STATUSES
+
+
 # --------------------------------------------------------------------------------------------------
 # Response parsing
 # --------------------------------------------------------------------------------------------------

@@ -13,6 +13,7 @@ from airflow.sdk import BaseOperator, ResumableJobMixin
 from airflow_provider_sparkflows.fire_insights_api import (
     DEFAULT_SUCCESS_STATUSES,
     format_program_parameters,
+    is_known_status,
     is_terminal,
 )
 from airflow_provider_sparkflows.links.fire_insights import EXECUTION_URL_XCOM_KEY, FireInsightsExecutionLink
@@ -121,8 +122,13 @@ class FireInsightsWorkflowOperator(ResumableJobMixin, BaseOperator):
     def is_job_succeeded(self, status: str) -> bool:
         return status in self.success_statuses
 
-    def poll_until_complete(self, external_id: Any, context: Context) -> None:
-        execution_id = int(external_id)
+    def poll_until_complete(self, external_id: Any, context: Context) -> dict[str, Any]:  # type: ignore[override]
+        # Airflow 3.3's mixin returns this method's value as the task's result when it reattaches
+        # (and calls get_job_result only after a fresh submit), so it returns the result itself.
+        self._wait(int(external_id), context)
+        return self.get_job_result(external_id, context)
+
+    def _wait(self, execution_id: int, context: Context) -> None:
         # Both a fresh start and a reattached retry come through here: publish the id and link now.
         self._remember(context, execution_id)
         if not self.wait_for_completion:
@@ -140,11 +146,16 @@ class FireInsightsWorkflowOperator(ResumableJobMixin, BaseOperator):
                 ),
                 method_name="execute_complete",
             )
+        unknown_logged: set[str] = set()
         while True:
             status = self.hook.get_execution_status(execution_id)
             if is_terminal(status):
                 self._finish(execution_id, status)
                 return
+            if not is_known_status(status) and status not in unknown_logged:
+                unknown_logged.add(status)
+                self.log.warning("Execution %s reports status %s, unknown to this provider; "
+                                 "treating it as active.", execution_id, status)
             if end_time is not None and time.time() >= end_time:
                 self._fail_on_timeout(execution_id, status)
             self.log.info("Execution %s is %s; next check in %ss", execution_id, status, self.poll_interval)
@@ -155,7 +166,8 @@ class FireInsightsWorkflowOperator(ResumableJobMixin, BaseOperator):
         if self.execution_id != execution_id:  # a retry that found the execution already complete
             self._remember(context, execution_id)
         status = self._final_status or self.hook.get_execution_status(execution_id)
-        return {"execution_id": execution_id, "status": status, "url": self.hook.get_execution_url(execution_id)}
+        url = self.hook.get_execution_url(execution_id)
+        return {"execution_id": execution_id, "status": status, "url": url}
 
     # -- deferrable mode ---------------------------------------------------------------------------
 

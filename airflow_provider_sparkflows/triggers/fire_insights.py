@@ -9,7 +9,7 @@ from typing import Any
 
 from airflow.triggers.base import BaseTrigger, TriggerEvent
 
-from airflow_provider_sparkflows.fire_insights_api import is_terminal
+from airflow_provider_sparkflows.fire_insights_api import is_known_status, is_terminal
 
 
 class FireInsightsWorkflowTrigger(BaseTrigger):
@@ -72,7 +72,7 @@ class FireInsightsWorkflowTrigger(BaseTrigger):
                 if is_terminal(status):
                     yield self._event("finished", status, f"execution {self.execution_id} ended {status}")
                     return
-                if status.startswith("UNKNOWN") and status not in unknown_logged:
+                if not is_known_status(status) and status not in unknown_logged:
                     unknown_logged.add(status)
                     self.log.warning(
                         "Execution %s reports status %s, which this provider does not know; "
