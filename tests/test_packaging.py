@@ -58,3 +58,27 @@ def test_airflow_lists_the_provider_and_its_link() -> None:
     )
     hooks = cli("providers", "hooks")
     assert "fire_insights" in hooks
+
+
+@pytest.mark.parametrize(
+    ("uri", "base_url", "extra"),
+    [
+        # The two connection URIs of the README.
+        ("fire-insights://:T@https%3A%2F%2Ffire.example.com%3A8443/?auth_header=token",
+         "https://fire.example.com:8443", {"auth_header": "token"}),
+        ("fire-insights://:T@fire.example.com:8443/fire?auth_header=bearer",
+         "http://fire.example.com:8443/fire", {"auth_header": "bearer"}),
+    ],
+)
+def test_readme_connection_uris_give_the_documented_base_url(
+    uri: str, base_url: str, extra: dict[str, str]
+) -> None:
+    from airflow.models.connection import Connection
+
+    from airflow_provider_sparkflows.fire_insights_api import base_url_from_connection
+
+    conn = Connection(uri=uri)
+    assert conn.conn_type == "fire_insights"
+    assert base_url_from_connection(conn.host, conn.port, conn.schema) == base_url
+    assert conn.extra_dejson == extra
+    assert conn.password == "T"
