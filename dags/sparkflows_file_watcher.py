@@ -21,8 +21,9 @@ defaults to :data:`DEFAULTS`:
 - ``poke_interval``, ``wait_time_seconds``: pause between empty receive rounds, and SQS long polling;
 - ``deferrable``: wait in the triggerer, not in a worker slot (default true);
 - ``retries``, ``retry_delay``: task retries and seconds between them. A retry of the workflow task
-  reattaches to its execution instead of starting another. Keep at least one retry: Airflow 3.3 can fail
-  a deferred task whose trigger fires within seconds of deferring (apache/airflow#67287).
+  whose execution is still running (or completed) reattaches to it instead of starting another; after a
+  FAILED execution, a retry runs the workflow again. Keep at least one retry: Airflow 3.3 can fail a
+  deferred task whose trigger fires within seconds of deferring (apache/airflow#67287).
 
 The Variable is read when the file is parsed; a change applies at the next parse. The run's folder and
 workflow can be overridden per run through the params ``prefix`` and ``workflow_id``.

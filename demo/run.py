@@ -238,6 +238,9 @@ def main(argv: list[str] | None = None) -> int:
 
         wait_for(sensor_waiting, 90, "the sensor to wait in the triggerer", interval=0.5,
                  check=stack.check_processes)
+        run_id = stack.airflow.dag_runs(DAILY_DAG_ID)[-1]["dag_run_id"]
+        wait_for(lambda: stack.deferral_seen(DAILY_DAG_ID, run_id, "wait_for_success_file"), 60,
+                 "the scheduler to register the deferral", check=stack.check_processes)
         batches: list[Batch] = []
         folders = [
             (DAILY_DAG_ID, f"{config.daily_prefix}{day}/"),

@@ -247,6 +247,51 @@ class AirflowClient:
         return list(self.get(f"/dags/{dag_id}/dagRuns/{_quote(run_id)}/taskInstances?limit=100")
                     ["task_instances"])
 
+    def is_paused(self, dag_id: str) -> bool:
+        return bool(self.get(f"/dags/{dag_id}")["is_paused"])
+
+    def create_backfill(self, dag_id: str, from_date: str, to_date: str, max_active_runs: int = 3,
+                        **options: Any) -> dict[str, Any]:
+        """What the UI's backfill dialog does: ``POST /api/v2/backfills`` (dates in ISO 8601).
+
+        Refuses a paused DAG: Airflow accepts a backfill for it and then never runs it.
+        """
+        if self.is_paused(dag_id):
+            raise StackError(
+                f"DAG {dag_id} is paused: Airflow would accept the backfill and never run it. "
+                f"Unpause it first (toggle in the UI, or PATCH /api/v2/dags/{dag_id} is_paused=false)."
+            )
+        body = {"dag_id": dag_id, "from_date": from_date, "to_date": to_date,
+                "max_active_runs": max_active_runs, **options}
+        return dict(self.request("POST", "/backfills", body))
+
+    def trigger(self, dag_id: str, logical_date: str | None = None,
+                conf: dict[str, Any] | None = None) -> dict[str, Any]:
+        """Trigger a DAG run (``POST /dags/{dag_id}/dagRuns``)."""
+        return dict(self.request("POST", f"/dags/{dag_id}/dagRuns",
+                                 {"logical_date": logical_date, "conf": conf or {}}))
+
+    def extra_links(self, dag_id: str, run_id: str, task_id: str, map_index: int = -1) -> dict[str, Any]:
+        """The task instance's extra links, by name."""
+        answer = self.get(f"/dags/{dag_id}/dagRuns/{_quote(run_id)}/taskInstances/{task_id}/links"
+                          f"?map_index={map_index}")
+        return dict(answer["extra_links"])
+
+    def task_log(self, dag_id: str, run_id: str, task_id: str, try_number: int, map_index: int = -1) -> str:
+        """The task's log for one try, as text (the API serves it as structured events)."""
+        answer = self.get(f"/dags/{dag_id}/dagRuns/{_quote(run_id)}/taskInstances/{task_id}/logs/"
+                          f"{try_number}?map_index={map_index}&full_content=true")
+        content = answer.get("content", [])
+        if isinstance(content, str):
+            return content
+        lines = []
+        for item in content:
+            if isinstance(item, dict):
+                lines.append(" ".join(str(v) for k, v in item.items() if k in ("event", "error_detail")))
+            else:
+                lines.append(str(item))
+        return "\n".join(lines)
+
     def reparse(self, dag_id: str) -> None:
         """Ask the dag-processor to parse the DAG's file now (it re-reads Variables, registers watchers)."""
         file_token = self.get(f"/dags/{dag_id}/details")["file_token"]
@@ -603,6 +648,21 @@ class LocalStack:
             return False
 
     # -- what the demo and the tests do with it ----------------------------------------------------
+
+    def deferral_seen(self, dag_id: str, run_id: str, task_id: str) -> bool:
+        """Whether the scheduler has processed the exit of the worker that deferred this task.
+
+        Until then a trigger event that resumes the task races with that stale "success" of the
+        worker, and Airflow 3.3 may fail the task (apache/airflow#67287); the demo and the tests wait
+        for this before writing the marker a deferred sensor waits for. Read from the scheduler's log:
+        the REST API does not show it.
+        """
+        needle = f"TaskInstance Finished: dag_id={dag_id}, task_id={task_id}, run_id={run_id},"
+        try:
+            text = (self.log_dir / "scheduler.log").read_text(errors="replace")
+        except OSError:
+            return False
+        return any(needle in line and "state=deferred" in line for line in text.splitlines())
 
     def upload_batch(self, prefix: str, parts: int = 3, marker: str = "_SUCCESS") -> str:
         """Write ``parts`` part files under ``prefix`` and then the marker; returns the batch URI."""
