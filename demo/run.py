@@ -202,9 +202,10 @@ def main(argv: list[str] | None = None) -> int:
     def _terminate(signum: int, frame: object) -> None:
         raise KeyboardInterrupt
 
-    # Ctrl-C, a closed terminal and `kill` all end here, so the stack is always stopped.
-    signal.signal(signal.SIGTERM, _terminate)
-    signal.signal(signal.SIGHUP, _terminate)
+    # Ctrl-C, a closed terminal and `kill` all end here, so the stack is always stopped. SIGINT is set
+    # explicitly too: Python leaves it ignored when started in the background by a non-interactive shell.
+    for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        signal.signal(signum, _terminate)
 
     started = time.time()
     config = StackConfig(
@@ -263,12 +264,16 @@ def main(argv: list[str] | None = None) -> int:
             time.sleep(1)
     except KeyboardInterrupt:
         print("\nStopping...", flush=True)
-        return 130 if not args.once else 1
+        # Ctrl-C is how the interactive demo ends; in --once mode it means the check did not finish.
+        return 1 if args.once else 0
     except StackError as err:
         print(f"\nThe demo failed: {err}", file=sys.stderr, flush=True)
         print(f"Logs: {stack.log_dir}", file=sys.stderr, flush=True)
         return 1
     finally:
+        # A second Ctrl-C must not interrupt the clean-up half-way and leave processes behind.
+        for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+            signal.signal(signum, signal.SIG_IGN)
         stack.stop()
         print("Every process the demo started has been stopped.", flush=True)
 
