@@ -18,6 +18,11 @@ from tests.e2e.helpers import E2E, WORKFLOW_SECONDS
 ROOT = Path(__file__).resolve().parents[2]
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Run the end-to-end tests last, so the session-scoped stack is not idling during the other tests."""
+    items.sort(key=lambda item: item.get_closest_marker("e2e") is not None)
+
+
 @pytest.fixture(scope="session")
 def e2e() -> Iterator[E2E]:
     """The running deployment, both DAGs unpaused; stopped at the end of the session."""
