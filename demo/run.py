@@ -20,6 +20,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 from demo.stack import (
     ADMIN_PASSWORD,
@@ -171,6 +172,9 @@ def print_summary(stack: LocalStack, batches: list[Batch], started: float, summa
         print(f"  {batch.dag_id}")
         print(f"    batch:             {batch.uri}")
         print(f"    DAG run:           {batch.run_id or '-'} ({batch.run_state or 'not started'})")
+        if batch.run_id:
+            run_url = f"{stack.api_url}/dags/{batch.dag_id}/runs/{quote(batch.run_id, safe='')}"
+            print(f"                       {run_url}")
         print(f"    execution:         {execution.get('id', '-')}, "
               f"final status {execution.get('status', '-')}")
         print(f"    _SUCCESS -> run request: {f'{latency:.1f}s' if latency is not None else '-'}")
