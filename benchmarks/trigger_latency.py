@@ -12,30 +12,21 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
-import os
-import statistics
-import sys
 import time
-from pathlib import Path
+from typing import Any
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-os.environ.setdefault("AWS_ACCESS_KEY_ID", "testing")
-os.environ.setdefault("AWS_SECRET_ACCESS_KEY", "testing")
-os.environ.setdefault("AWS_DEFAULT_REGION", "us-east-1")
+from _common import fill_queue, median_p95, moto_server, s3_event_body
 
 
 async def measure(url: str, samples: int, wait_time_seconds: int) -> list[float]:
     from airflow.providers.amazon.aws.hooks.sqs import SqsHook
 
     from airflow_provider_sparkflows.triggers.s3_success_file import S3SuccessFileTrigger
-    from tests.s3_events_helpers import s3_event_body
 
     trigger = S3SuccessFileTrigger(
         sqs_queue_url=url, wait_time_seconds=wait_time_seconds, visibility_timeout=30
     )
-    events = trigger.run()
+    events: Any = trigger.run()  # an async generator; typed as AsyncIterator
     latencies: list[float] = []
     async with await SqsHook(aws_conn_id="aws_default").get_async_conn() as sender:
         for i in range(samples):
@@ -51,27 +42,18 @@ async def measure(url: str, samples: int, wait_time_seconds: int) -> list[float]
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     parser.add_argument("--samples", type=int, default=20)
     parser.add_argument("--wait-time-seconds", type=int, default=20)
     args = parser.parse_args()
 
-    from tests.conftest import MotoServer
-
-    server = MotoServer()
-    server.start()
-    os.environ["AIRFLOW_CONN_AWS_DEFAULT"] = json.dumps(
-        {"conn_type": "aws", "extra": {"endpoint_url": server.url, "region_name": "us-east-1"}}
-    )
-    try:
-        url = server.client("sqs").create_queue(QueueName="latency")["QueueUrl"]
+    with moto_server() as server:
+        url = fill_queue(server.client("sqs"), "latency", [])
         latencies = asyncio.run(measure(url, args.samples, args.wait_time_seconds))
-    finally:
-        server.stop()
     ms = sorted(x * 1000 for x in latencies)
-    p95 = ms[min(len(ms) - 1, round(0.95 * (len(ms) - 1)))]
+    median, p95 = median_p95(ms)
     print(f"samples={len(ms)} wait_time_seconds={args.wait_time_seconds}")
-    print(f"median={statistics.median(ms):.1f} ms p95={p95:.1f} ms min={ms[0]:.1f} ms max={ms[-1]:.1f} ms")
+    print(f"median={median:.1f} ms p95={p95:.1f} ms min={ms[0]:.1f} ms max={ms[-1]:.1f} ms")
 
 
 if __name__ == "__main__":
