@@ -8,7 +8,7 @@ down, so timed pokes go without it). Two modes:
 * ``reschedule``: a fresh sensor per poke, as with ``mode="reschedule"``: both sides build their boto3
   client inside the measurement;
 * ``poke``: one sensor instance for all pokes, as with ``mode="poke"``: amazon's sensor keeps its client
-  (``AwsBaseSensor.hook`` is cached), ours builds one per ``_sqs_client()`` call, as its code does.
+  (``AwsBaseSensor.hook`` is cached) and so does ours (``S3SuccessFileSensor.sqs_client`` is cached).
 
 A reference line gives the cost of building one client (``SqsHook().get_conn()``).
 
