@@ -110,10 +110,30 @@ class Progress:
                     continue
                 if self._changed(f"ti:{dag_id}:{ti['dag_run_id']}:{ti['task_id']}{index}", state):
                     self.say(f"{dag_id}: {ti['task_id']}{index} is {state}{_explain(ti['task_id'], state)}")
+                    if state == "success" and ti["task_id"] in BATCH_TASKS:
+                        self._show_batches(dag_id, ti)
         for execution in self.stack.executions():
             if self._changed(f"execution:{execution['id']}", execution["status"]):
                 self.say(f"Fire Insights execution {execution['id']} of workflow {execution['workflow_id']} "
                          f"({execution['program_parameters']}): {execution['status']}")
+
+
+    def _show_batches(self, dag_id: str, ti: dict[str, Any]) -> None:
+        """Say which batches the sensor or the watcher handed on (the task's XCom)."""
+        path = (f"/dags/{dag_id}/dagRuns/{quote(ti['dag_run_id'], safe='')}/taskInstances/"
+                f"{ti['task_id']}/xcomEntries/return_value")
+        try:
+            batches = self.stack.airflow.get(path)["value"]
+        except StackError:
+            return
+        for batch in batches if isinstance(batches, list) else []:
+            how = (f"from SQS message {batch['message_id']}" if batch.get("message_id")
+                   else "found in S3 (the marker was already there)")
+            who = "the sensor" if ti["task_id"] == "wait_for_success_file" else "the asset watcher"
+            self.say(f"{dag_id}: {who} picked up {batch['uri']}, {how}")
+
+
+BATCH_TASKS = ("wait_for_success_file", "triggering_batches")
 
 
 def _explain(task_id: str, state: str) -> str:
