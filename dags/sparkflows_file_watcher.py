@@ -34,7 +34,8 @@ from __future__ import annotations
 import datetime
 from typing import Any
 
-from airflow.sdk import DAG, Param, Variable
+from airflow.sdk import DAG, Param
+from sparkflows_common import batch_parameters, load_settings
 
 from airflow_provider_sparkflows.operators.fire_insights import FireInsightsWorkflowOperator
 from airflow_provider_sparkflows.sensors.s3_success_file import S3SuccessFileSensor
@@ -60,20 +61,6 @@ DEFAULTS: dict[str, Any] = {
     "retries": 2,
     "retry_delay": 30,
 }
-
-
-def load_settings(variable: str, defaults: dict[str, Any]) -> dict[str, Any]:
-    """The DAG's settings: ``defaults`` updated with the JSON Variable ``variable``, if it exists."""
-    configured = Variable.get(variable, default=None, deserialize_json=True)
-    if configured is not None and not isinstance(configured, dict):
-        kind = type(configured).__name__
-        raise ValueError(f"Airflow Variable {variable!r} must be a JSON object, got a {kind}")
-    return {**defaults, **(configured or {})}
-
-
-def batch_parameters(batch: dict[str, Any]) -> dict[str, str]:
-    """The workflow's runtime parameters for one batch: ``--var datapath=s3://bucket/folder/``."""
-    return {"datapath": batch["uri"]}
 
 
 settings = load_settings(DAG_ID, DEFAULTS)

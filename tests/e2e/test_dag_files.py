@@ -15,13 +15,15 @@ ROOT = Path(__file__).resolve().parents[2]
 
 PROBE = r"""
 import json, sys, time, warnings
-from airflow.dag_processing.dagbag import DagBag
+from airflow.dag_processing.dagbag import BundleDagBag
 CLIENTS = ("boto3", "botocore", "requests", "aiohttp", "aiobotocore")
 warnings.simplefilter("always")
 with warnings.catch_warnings(record=True) as caught:
     warnings.simplefilter("always")
     started = time.perf_counter()
-    bag = DagBag(dag_folder=sys.argv[1])
+    # As the DAG processor and the workers parse a bundle: its folder goes on sys.path, so the DAG
+    # files can import their shared module (dags/sparkflows_common.py).
+    bag = BundleDagBag(dag_folder=sys.argv[1], bundle_path=sys.argv[1], bundle_name="dags-folder")
     seconds = time.perf_counter() - started
 print(json.dumps({
     "dag_ids": sorted(bag.dag_ids),
