@@ -16,7 +16,7 @@ batches plus what to do with every message: delete after hand-on, release, delet
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, TypedDict
 from urllib.parse import unquote_plus
@@ -322,8 +322,10 @@ class ReceiveScan:
     """
     Fold the messages of one receive round into batches and per-message actions.
 
-    Feed every ``ReceiveMessage`` response's ``Messages`` to :meth:`add`; stop receiving when
-    :attr:`full` or a receive comes back empty. Then:
+    Make the ``ReceiveMessage`` calls that :meth:`receive_calls` yields, feeding each response to
+    :meth:`add_response` (the sync sensor and the async trigger share this loop logic; only the call
+    differs). The round ends at the first empty answer, when :attr:`full`, or after
+    ``MAX_RECEIVE_CALLS`` calls. Then:
 
     * :attr:`batches`: de-duplicated by folder, at most ``max_batches``, in receipt order;
     * :attr:`matched`: messages to delete once the batches are handed on (all messages that produced
@@ -348,6 +350,7 @@ class ReceiveScan:
     unrecognised: list[tuple[str, str]] = field(default_factory=list)
     _seen: dict[str, int] = field(default_factory=dict)
     _message_ids: set[str] = field(default_factory=set)
+    _queue_drained: bool = False
 
     @property
     def full(self) -> bool:
@@ -358,6 +361,28 @@ class ReceiveScan:
     def received(self) -> int:
         """How many distinct messages were fed in."""
         return len(self._message_ids)
+
+    def receive_calls(
+        self, queue_url: str, wait_time_seconds: int, visibility_timeout: int
+    ) -> Iterator[dict[str, Any]]:
+        """The keyword arguments of each ``ReceiveMessage`` call of this round, one call at a time."""
+        for call_index in range(MAX_RECEIVE_CALLS):
+            if self._queue_drained or self.full:
+                return
+            yield receive_kwargs(queue_url, call_index, wait_time_seconds, visibility_timeout)
+
+    def add_response(self, response: Mapping[str, Any]) -> None:
+        """Classify one ``ReceiveMessage`` response; an empty one ends the round."""
+        messages = response.get("Messages") or []
+        if not messages:
+            self._queue_drained = True
+        self.add(messages)
+
+    def unrecognised_not_in(self, logged: set[str]) -> list[tuple[str, str]]:
+        """The unrecognised ``(message_id, reason)`` pairs not yet in ``logged``, which is updated."""
+        new = [(message_id, reason) for message_id, reason in self.unrecognised if message_id not in logged]
+        logged.update(message_id for message_id, _ in new)
+        return new
 
     def add(self, messages: Iterable[Mapping[str, Any]]) -> None:
         """Classify the ``Messages`` of one ``ReceiveMessage`` response."""

@@ -12,6 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from airflow_provider_sparkflows.s3_events import (
+    MAX_RECEIVE_CALLS,
     BatchCallRun,
     BatchFilter,
     MessageRef,
@@ -230,6 +231,39 @@ def test_receive_scan_sorts_every_message() -> None:
     assert scan.unrecognised[0][0] == "4"
     assert scan.received == 8
     assert refs_from_receipts(scan.receipts()) == scan.matched
+
+
+def test_receive_round_long_polls_once_and_ends_at_the_first_empty_answer() -> None:
+    scan = ReceiveScan(BatchFilter())
+    calls = []
+    answers = [[msg("1", s3_body(s3_record("b", "a/part-0")))], []]
+    for kwargs in scan.receive_calls("q", wait_time_seconds=20, visibility_timeout=60):
+        calls.append(kwargs)
+        scan.add_response({"Messages": answers[len(calls) - 1]} if answers[len(calls) - 1] else {})
+    assert [c["WaitTimeSeconds"] for c in calls] == [20, 0]
+    assert {c["VisibilityTimeout"] for c in calls} == {60}
+
+
+def test_receive_round_ends_when_full_or_after_the_call_budget() -> None:
+    full = ReceiveScan(BatchFilter(), max_batches=1)
+    for _ in full.receive_calls("q", 0, 60):
+        full.add_response({"Messages": [msg("1", s3_body(s3_record("b", "a/_SUCCESS")))]})
+    assert full.received == 1
+
+    busy = ReceiveScan(BatchFilter())
+    for number, _ in enumerate(busy.receive_calls("q", 0, 60)):
+        busy.add_response({"Messages": [msg(str(number), s3_body(s3_record("b", f"d/{number}")))]})
+    assert busy.received == MAX_RECEIVE_CALLS
+
+
+def test_unrecognised_messages_are_reported_once() -> None:
+    logged: set[str] = set()
+    first = ReceiveScan(BatchFilter())
+    first.add([msg("p", "garbage")])
+    assert [m for m, _ in first.unrecognised_not_in(logged)] == ["p"]
+    again = ReceiveScan(BatchFilter())
+    again.add([msg("p", "garbage"), msg("q", "{}")])
+    assert [m for m, _ in again.unrecognised_not_in(logged)] == ["q"]
 
 
 def test_receive_scan_delete_unmatched() -> None:

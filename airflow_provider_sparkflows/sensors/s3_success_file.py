@@ -12,7 +12,6 @@ from airflow.sdk.bases.sensor import BaseSensorOperator, PokeReturnValue
 
 from airflow_provider_sparkflows.s3_events import (
     DEFAULT_SUCCESS_FILE_NAME,
-    MAX_RECEIVE_CALLS,
     Batch,
     BatchCallRun,
     BatchFilter,
@@ -22,7 +21,6 @@ from airflow_provider_sparkflows.s3_events import (
     call_entries,
     describe_failures,
     normalize_folder,
-    receive_kwargs,
     refs_from_receipts,
 )
 from airflow_provider_sparkflows.triggers.s3_success_file import (
@@ -191,25 +189,15 @@ class S3SuccessFileSensor(BaseSensorOperator):
         """
         scan = ReceiveScan(self.batch_filter, self.max_batches, self.delete_unmatched)
         try:
-            for call_index in range(MAX_RECEIVE_CALLS):
-                response = client.receive_message(
-                    **receive_kwargs(self.sqs_queue_url, call_index, self.wait_time_seconds,
-                                     self.visibility_timeout)
-                )
-                messages = response.get("Messages") or []
-                if not messages:
-                    break
-                scan.add(messages)
-                if scan.full:
-                    break
+            for kwargs in scan.receive_calls(self.sqs_queue_url, self.wait_time_seconds,
+                                             self.visibility_timeout):
+                scan.add_response(client.receive_message(**kwargs))
         finally:
-            for message_id, reason in scan.unrecognised:
-                if message_id not in self._logged_unrecognised:
-                    self._logged_unrecognised.add(message_id)
-                    self.log.warning(
-                        "SQS message %s on %s is not an S3 event (%s); leaving it for the queue's "
-                        "redrive policy", message_id, self.sqs_queue_url, reason,
-                    )
+            for message_id, reason in scan.unrecognised_not_in(self._logged_unrecognised):
+                self.log.warning(
+                    "SQS message %s on %s is not an S3 event (%s); leaving it for the queue's "
+                    "redrive policy", message_id, self.sqs_queue_url, reason,
+                )
             if scan.delete_now:
                 self._batch_call(client, "delete_message_batch", scan.delete_now)
             if scan.release:

@@ -13,7 +13,6 @@ from airflow.triggers.shared_stream import AdvanceItem, SharedStreamProducer
 
 from airflow_provider_sparkflows.s3_events import (
     DEFAULT_SUCCESS_FILE_NAME,
-    MAX_RECEIVE_CALLS,
     BatchCallRun,
     BatchFilter,
     EntryFailure,
@@ -21,7 +20,6 @@ from airflow_provider_sparkflows.s3_events import (
     ReceiveScan,
     call_entries,
     describe_failures,
-    receive_kwargs,
     refs_from_receipts,
 )
 
@@ -148,30 +146,20 @@ class S3SuccessFileTrigger(BaseEventTrigger):
         """
         scan = ReceiveScan(self.batch_filter, self.max_batches, self.delete_unmatched)
         try:
-            for call_index in range(MAX_RECEIVE_CALLS):
-                response = await client.receive_message(
-                    **receive_kwargs(self.sqs_queue_url, call_index, self.wait_time_seconds,
-                                     self.visibility_timeout)
-                )
-                messages = response.get("Messages") or []
-                if not messages:
-                    break
-                scan.add(messages)
-                if scan.full:
-                    break
+            for kwargs in scan.receive_calls(self.sqs_queue_url, self.wait_time_seconds,
+                                             self.visibility_timeout):
+                scan.add_response(await client.receive_message(**kwargs))
         finally:
             # Even when a receive fails midway, what was already received must not stay hidden.
             await self._settle(client, scan)
         return scan
 
     async def _settle(self, client: Any, scan: ReceiveScan) -> None:
-        for message_id, reason in scan.unrecognised:
-            if message_id not in self._logged_unrecognised:
-                self._logged_unrecognised.add(message_id)
-                self.log.warning(
-                    "SQS message %s on %s is not an S3 event (%s); leaving it for the queue's redrive policy",
-                    message_id, self.sqs_queue_url, reason,
-                )
+        for message_id, reason in scan.unrecognised_not_in(self._logged_unrecognised):
+            self.log.warning(
+                "SQS message %s on %s is not an S3 event (%s); leaving it for the queue's redrive policy",
+                message_id, self.sqs_queue_url, reason,
+            )
         if scan.delete_now:
             await self.delete(client, scan.delete_now)
         if scan.release:
