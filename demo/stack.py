@@ -438,16 +438,17 @@ class LocalStack:
                  check=moto.check_alive)
 
     def _start_simulator(self) -> None:
-        from airflow_provider_sparkflows.testing.simulator import make_jwt
+        from airflow_provider_sparkflows.testing.simulator import TOKEN_ENV_VAR, make_jwt
 
         self._fire_insights_token = make_jwt("demo", self.config.fire_insights_token_ttl,
                                              secret=base64.b64encode(os.urandom(24)).decode())
         self.echo(f"starting the Fire Insights simulator on {self.simulator_url}")
         spec = f"{self.config.workflow_id}:{self.config.workflow_seconds}:COMPLETED"
+        # The token goes through the environment, not the command line that `ps` shows.
         simulator = self._spawn("simulator", [
             sys.executable, "-m", "airflow_provider_sparkflows.testing.simulator", "--host", "127.0.0.1",
-            "--port", str(self.simulator_port), "--token", self._fire_insights_token, "--workflow", spec,
-        ])
+            "--port", str(self.simulator_port), "--workflow", spec,
+        ], env={**self._base_env(), TOKEN_ENV_VAR: self._fire_insights_token})
         wait_for(lambda: _answers(f"{self.simulator_url}/_sim/health"), 30,
                  f"the simulator on {self.simulator_url}", check=simulator.check_alive)
 

@@ -546,8 +546,10 @@ def cli_simulator() -> Iterator[tuple[subprocess.Popen[str], str]]:
     token = make_jwt(sub="cli")
     proc = subprocess.Popen(
         [sys.executable, "-m", "airflow_provider_sparkflows.testing.simulator", "--port", "0",
-         "--token", token, "--auth-header", "token", "--workflow", "5:0.2:FAILED", "--workflow", "6:inf"],
-        stdout=subprocess.PIPE, text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"},
+         "--auth-header", "token", "--workflow", "5:0.2:FAILED", "--workflow", "6:inf"],
+        stdout=subprocess.PIPE, text=True,
+        # The token through the environment, as the demo passes it: not visible in `ps`.
+        env={**os.environ, "PYTHONUNBUFFERED": "1", "FIRE_INSIGHTS_SIMULATOR_TOKEN": token},
     )
     try:
         yield proc, token

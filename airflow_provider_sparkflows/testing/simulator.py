@@ -9,7 +9,7 @@ small admin API under ``/_sim/`` lets another process drive a simulator it did n
 
 It imports nothing but the standard library, so it runs anywhere the provider is installed::
 
-    python -m airflow_provider_sparkflows.testing.simulator --port 8765 --token T --workflow 7:2:COMPLETED
+    FIRE_INSIGHTS_SIMULATOR_TOKEN=T python -m airflow_provider_sparkflows.testing.simulator --port 8765 --workflow 7:2:COMPLETED
 
 or, in Python::
 
@@ -27,6 +27,7 @@ import hashlib
 import hmac
 import json
 import math
+import os
 import re
 import signal
 import socket
@@ -1036,6 +1037,9 @@ def _parse_workflow(spec: str) -> tuple[int, float | None, str]:
     return int(parts[0]), None if math.isinf(duration) else duration, outcome
 
 
+TOKEN_ENV_VAR = "FIRE_INSIGHTS_SIMULATOR_TOKEN"
+
+
 def _argument_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m airflow_provider_sparkflows.testing.simulator",
@@ -1043,7 +1047,10 @@ def _argument_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8765, help="0 picks a free port")
-    parser.add_argument("--token", required=True, help="the access token to accept")
+    parser.add_argument(
+        "--token", default=os.environ.get(TOKEN_ENV_VAR),
+        help=f"the access token to accept (default: ${TOKEN_ENV_VAR}, which keeps it out of `ps`)",
+    )
     parser.add_argument("--auth-header", choices=AUTH_HEADERS, default="any")
     parser.add_argument("--base-path", default="")
     parser.add_argument("--execute-answer", choices=EXECUTE_ANSWERS, default="number")
@@ -1058,7 +1065,10 @@ def _argument_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     """Command-line entry point; prints ``Fire Insights simulator listening on <url>`` when ready."""
-    args = _argument_parser().parse_args(argv)
+    parser = _argument_parser()
+    args = parser.parse_args(argv)
+    if not args.token:
+        parser.error(f"give the token to accept with --token or ${TOKEN_ENV_VAR}")
     simulator = FireInsightsSimulator(
         token=args.token,
         auth_header=args.auth_header,
