@@ -9,7 +9,8 @@ small admin API under ``/_sim/`` lets another process drive a simulator it did n
 
 It imports nothing but the standard library, so it runs anywhere the provider is installed::
 
-    FIRE_INSIGHTS_SIMULATOR_TOKEN=T python -m airflow_provider_sparkflows.testing.simulator --port 8765 --workflow 7:2:COMPLETED
+    export FIRE_INSIGHTS_SIMULATOR_TOKEN=T   # or --token T
+    python -m airflow_provider_sparkflows.testing.simulator --port 8765 --workflow 7:2:COMPLETED
 
 or, in Python::
 
