@@ -163,6 +163,29 @@ def test_retry_after_failed_try_reattaches_to_running_execution(
     assert not execution.stop_requested
 
 
+def test_timeout_keeps_running_across_a_reattaching_retry(
+    simulator: FireInsightsSimulator, token: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The retry reattaches but does not restart the clock: the execution is stopped ~4 s after start."""
+    monkeypatch.setenv(
+        f"AIRFLOW_CONN_{CONN_ID.upper()}",
+        json.dumps({"conn_type": "fire_insights", "host": simulator.url, "password": token,
+                    "extra": {"retry_max_attempts": 1}}),
+    )
+    simulator.add_workflow(16, duration=60, outcome="COMPLETED")
+    # The first try dies after ~2.5 s of polling (a 401 is final), its execution still running.
+    simulator.inject_fault("status", "401_after", after=12)
+
+    state, _ = run_dag("sync_retry_timeout", workflow_id=16)
+
+    assert state == "failed"
+    (execution,) = simulator.executions.values()
+    assert simulator.request_count("execute") == 1
+    assert execution.stop_requested_at is not None
+    # A restarted clock would stop it no earlier than 2.5 + 4 s after it started.
+    assert execution.stop_requested_at - execution.created < 5.5
+
+
 def test_retry_after_sigkilled_worker_reattaches(simulator: FireInsightsSimulator) -> None:
     """A worker SIGKILLed mid-run; the next try (scheduled as the scheduler would) reattaches."""
     from airflow.models import DagRun

@@ -24,6 +24,9 @@ if TYPE_CHECKING:
     from airflow_provider_sparkflows.hooks.fire_insights import FireInsightsHook
 
 EXECUTION_ID_XCOM_KEY = "execution_id"
+#: ``task_state_store`` key of the timeout's deadline, so that a retry reattaching to the same execution
+#: does not restart the clock.
+DEADLINE_STATE_KEY = "execution_deadline"
 
 
 class FireInsightsWorkflowOperator(ResumableJobMixin, BaseOperator):
@@ -49,8 +52,8 @@ class FireInsightsWorkflowOperator(ResumableJobMixin, BaseOperator):
     :param wait_for_completion: Wait for the execution to end; if false, return once it has started.
     :param poll_interval: Seconds between status checks.
     :param timeout: Seconds to wait for the execution; on expiry the execution is stopped and the task
-        fails. ``None`` waits for ever (Airflow's ``execution_timeout`` still applies). In deferrable mode
-        the clock starts when the task defers.
+        fails. The clock starts when the operator first waits for the execution and keeps running across
+        retries that reattach to it. ``None`` waits for ever (``execution_timeout`` still applies).
     :param deferrable: Wait in the triggerer instead of a worker slot. Defaults to
         ``[operators] default_deferrable``.
     :param success_statuses: Final statuses counted as success (default ``COMPLETED`` only; add
@@ -133,7 +136,7 @@ class FireInsightsWorkflowOperator(ResumableJobMixin, BaseOperator):
         self._remember(context, execution_id)
         if not self.wait_for_completion:
             return
-        end_time = time.time() + self.timeout if self.timeout is not None else None
+        end_time = self._end_time(context, execution_id)
         if self.deferrable:
             from airflow_provider_sparkflows.triggers.fire_insights import FireInsightsWorkflowTrigger
 
@@ -160,6 +163,21 @@ class FireInsightsWorkflowOperator(ResumableJobMixin, BaseOperator):
                 self._fail_on_timeout(execution_id, status)
             self.log.info("Execution %s is %s; next check in %ss", execution_id, status, self.poll_interval)
             time.sleep(self.poll_interval)
+
+    def _end_time(self, context: Context, execution_id: int) -> float | None:
+        """When ``timeout`` expires for this execution; kept in the state store so a retry keeps it."""
+        if self.timeout is None:
+            return None
+        store = context.get("task_state_store")
+        saved = store.get(DEADLINE_STATE_KEY) if store is not None else None
+        if isinstance(saved, dict) and saved.get("execution_id") == execution_id:
+            saved_end_time = saved.get("end_time")
+            if isinstance(saved_end_time, (int, float)):
+                return float(saved_end_time)
+        end_time = time.time() + self.timeout
+        if store is not None:
+            store.set(DEADLINE_STATE_KEY, {"execution_id": execution_id, "end_time": end_time})
+        return end_time
 
     def get_job_result(self, external_id: Any, context: Context) -> dict[str, Any]:
         execution_id = int(external_id)

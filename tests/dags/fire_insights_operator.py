@@ -20,6 +20,9 @@ VARIANTS: dict[str, dict] = {
     "no_wait": {"wait_for_completion": False},
     "sync_retry": {"deferrable": False, "retries": 1, "retry_delay": datetime.timedelta(0)},
     "deferrable_retry": {"deferrable": True, "retries": 1, "retry_delay": datetime.timedelta(0)},
+    "sync_retry_timeout": {
+        "deferrable": False, "retries": 1, "retry_delay": datetime.timedelta(0), "timeout": 4,
+    },
 }
 
 for name, kwargs in VARIANTS.items():
