@@ -45,25 +45,34 @@ def counts(sqs: Any, url: str) -> tuple[int, int]:
     return int(attrs["ApproximateNumberOfMessages"]), int(attrs["ApproximateNumberOfMessagesNotVisible"])
 
 
+def s3_record(bucket: str, key: str, event_name: str = "ObjectCreated:Put", encode: bool = True) -> dict:
+    """One record of an S3-format notification (the key form-encoded as S3 does, unless ``encode=False``)."""
+    return {
+        "eventVersion": "2.1",
+        "eventSource": "aws:s3",
+        "awsRegion": "us-east-1",
+        "eventTime": "2024-05-01T10:00:00.000Z",
+        "eventName": event_name,
+        "s3": {
+            "s3SchemaVersion": "1.0",
+            "bucket": {"name": bucket, "arn": f"arn:aws:s3:::{bucket}"},
+            "object": {
+                "key": quote_plus(key) if encode else key,
+                "size": 0,
+                "eTag": "d41d8cd98f00b204e9800998ecf8427e",
+            },
+        },
+    }
+
+
+def s3_body(*records: dict) -> str:
+    """An S3-format notification body holding ``records``."""
+    return json.dumps({"Records": list(records)})
+
+
 def s3_event_body(bucket: str, *keys: str, event_name: str = "ObjectCreated:Put") -> str:
     """An S3-format notification body with one record per key (keys form-encoded as S3 does)."""
-    return json.dumps({
-        "Records": [
-            {
-                "eventVersion": "2.1",
-                "eventSource": "aws:s3",
-                "awsRegion": "us-east-1",
-                "eventTime": "2024-05-01T10:00:00.000Z",
-                "eventName": event_name,
-                "s3": {
-                    "s3SchemaVersion": "1.0",
-                    "bucket": {"name": bucket, "arn": f"arn:aws:s3:::{bucket}"},
-                    "object": {"key": quote_plus(key), "size": 0, "eTag": "d41d8cd98f00b204e9800998"},
-                },
-            }
-            for key in keys
-        ]
-    })
+    return s3_body(*(s3_record(bucket, key, event_name) for key in keys))
 
 
 def send_all(sqs: Any, url: str, bodies: list[str]) -> list[str]:

@@ -23,29 +23,7 @@ from airflow_provider_sparkflows.s3_events import (
     plan_batch_calls,
     refs_from_receipts,
 )
-
-
-def s3_record(bucket: str, key: str, event_name: str = "ObjectCreated:Put", encode: bool = True) -> dict:
-    return {
-        "eventVersion": "2.1",
-        "eventSource": "aws:s3",
-        "awsRegion": "us-east-1",
-        "eventTime": "2024-05-01T10:00:00.000Z",
-        "eventName": event_name,
-        "s3": {
-            "s3SchemaVersion": "1.0",
-            "bucket": {"name": bucket, "arn": f"arn:aws:s3:::{bucket}"},
-            "object": {
-                "key": quote_plus(key) if encode else key,
-                "size": 0,
-                "eTag": "d41d8cd98f00b204e9800998ecf8427e",
-            },
-        },
-    }
-
-
-def s3_body(*records: dict) -> str:
-    return json.dumps({"Records": list(records)})
+from tests.s3_events_helpers import s3_body, s3_record
 
 
 def sns_envelope(inner: str) -> str:
