@@ -293,7 +293,9 @@ class FireInsightsHook(BaseHook):
         )
 
     def _cached_token(self, settings: _Settings) -> str | None:
+        """The clear token without a KMS call: the password (masked), or a decrypted one from the cache."""
         if settings.password:
+            self._mask_once(settings.password)
             return settings.password
         with _TOKEN_CACHE_LOCK:
             return _TOKEN_CACHE.get((settings.conn_id, settings.token_source_digest))
@@ -307,10 +309,7 @@ class FireInsightsHook(BaseHook):
         return token
 
     def _token(self, settings: _Settings) -> str:
-        token = self._cached_token(settings)
-        if token is not None:
-            if settings.password:
-                self._mask_once(token)
+        if (token := self._cached_token(settings)) is not None:
             return token
         request = self._kms_request(settings)
         from airflow.providers.amazon.aws.hooks.base_aws import AwsBaseHook
@@ -323,10 +322,7 @@ class FireInsightsHook(BaseHook):
         return self._remember_token(settings, self._kms_plaintext(settings, answer))
 
     async def _atoken(self, settings: _Settings) -> str:
-        token = self._cached_token(settings)
-        if token is not None:
-            if settings.password:
-                self._mask_once(token)
+        if (token := self._cached_token(settings)) is not None:
             return token
         request = self._kms_request(settings)
         from airflow.providers.amazon.aws.hooks.base_aws import AwsBaseHook
